@@ -1,0 +1,1 @@
+"""mm_assets: Dagster definitions only, thin wrappers over mm_core."""
