@@ -23,21 +23,30 @@ def shard_asset_keys(assets: list[dg.AssetsDefinition]) -> list[dg.AssetKey]:
 def partitions_to_refresh(
     instance: dg.DagsterInstance, assets: list[dg.AssetsDefinition]
 ) -> dict[str, list[dg.AssetKey]]:
-    """Partition -> the shard assets that are missing or stale there (and everything after them)."""
+    """Partition -> its shard assets that are missing or stale, plus their downstream shard assets.
+
+    Stale means the latest materialization of that partition carries another
+    code version than the definition now has (an encoder, its weights or the
+    fusion settings changed), so exactly the dependent partitions are redone.
+    """
     keys = shard_asset_keys(assets)
     versions = {a.key: a.code_versions_by_key.get(a.key) for a in assets}
-    partitions = instance.get_dynamic_partitions(shards.name)
+    upstream = {a.key: set(a.asset_deps.get(a.key, ())) for a in assets}
     out: dict[str, list[dg.AssetKey]] = {}
-    for pk in partitions:
-        for i, key in enumerate(keys):
+    for pk in instance.get_dynamic_partitions(shards.name):
+        todo: set[dg.AssetKey] = set()
+        for key in keys:  # definition order is topological for the shard assets
+            if upstream[key] & todo:
+                todo.add(key)
+                continue
             records = instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=key, asset_partitions=[pk]), limit=1
             ).records
             tags = records[0].asset_materialization.tags if records else None
-            stale = not records or (tags or {}).get("dagster/code_version") != versions[key]
-            if stale:
-                out[pk] = keys[i:]
-                break
+            if not records or (tags or {}).get("dagster/code_version") != versions[key]:
+                todo.add(key)
+        if todo:
+            out[pk] = [k for k in keys if k in todo]
     return out
 
 
@@ -56,7 +65,7 @@ def build_automation(
         todo = partitions_to_refresh(context.instance, assets)
         if not todo:
             return dg.SkipReason("every shard is materialized and current")
-        stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
+        stamp = context.scheduled_execution_time.isoformat()
         return [
             dg.RunRequest(
                 run_key=f"{pk}@{stamp}",

@@ -13,9 +13,22 @@ from mm_assets.partitions import shards
 from mm_core.config import BuildConfig
 from mm_core.pipeline import BuildPaths
 
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
-def _run(job: dg.JobDefinition, instance: dg.DagsterInstance, partition_key: str | None = None) -> bool:
-    result = job.execute_in_process(instance=instance, partition_key=partition_key, raise_on_error=False)
+
+def _run(
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    partition_key: str | None = None,
+    *,
+    verbose: bool = False,
+) -> bool:
+    result = job.execute_in_process(
+        instance=instance,
+        partition_key=partition_key,
+        raise_on_error=False,
+        run_config=None if verbose else QUIET,
+    )
     return result.success
 
 
@@ -31,21 +44,21 @@ def build_all(
     defs = build_definitions(cfg)
     instance = instance or dg.DagsterInstance.get()
     paths = BuildPaths.of(cfg)
-    if not _run(defs.get_job_def("ingest_sources"), instance):
+    if not _run(defs.resolve_job_def("ingest_sources"), instance):
         raise RuntimeError("ingest failed: see the run in the Dagster UI")
     current = set(paths.list_shards())
     parts = [p for p in instance.get_dynamic_partitions(shards.name) if p in current]
-    prepare, finish = defs.get_job_def("prepare_shards"), defs.get_job_def("finish_shards")
+    prepare, finish = defs.resolve_job_def("prepare_shards"), defs.resolve_job_def("finish_shards")
     failed: list[str] = []
     for pk in tqdm(parts, desc="quality + encodings", disable=not progress):
         if not _run(prepare, instance, pk):
             failed.append(pk)
-    if not _run(defs.get_job_def("train_fusion"), instance):
+    if not _run(defs.resolve_job_def("train_fusion"), instance):
         raise RuntimeError("fusion_model failed: see the run in the Dagster UI")
     for pk in tqdm([p for p in parts if p not in failed], desc="fuse + export", disable=not progress):
         if not _run(finish, instance, pk):
             failed.append(pk)
-    _run(defs.get_job_def("write_manifest"), instance)
+    _run(defs.resolve_job_def("write_manifest"), instance)
     samples = sum(pq.read_metadata(paths.shard(p)).num_rows for p in parts)
     accepted = sum(pq.read_metadata(paths.accepted(p)).num_rows for p in parts if paths.accepted(p).exists())
     return {

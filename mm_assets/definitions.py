@@ -16,7 +16,6 @@ from mm_assets.assets.quality import build_quality_assets
 from mm_assets.automation import build_automation, shard_asset_keys
 from mm_assets.checks import build_checks
 from mm_assets.config import build_config
-from mm_assets.partitions import shards
 from mm_assets.resources import DeviceResource
 from mm_core.config import BuildConfig
 
@@ -38,7 +37,6 @@ def build_definitions(cfg: BuildConfig) -> dg.Definitions:
     shard_job = dg.define_asset_job(
         SHARD_JOB,
         selection=dg.AssetSelection.assets(*shard_keys),
-        partitions_def=shards,
         description="Every shard-partitioned asset of the lineage, for one shard.",
     )
     before_model = [k for k in shard_keys if k.path[-1] not in AFTER_MODEL]
@@ -50,7 +48,6 @@ def build_definitions(cfg: BuildConfig) -> dg.Definitions:
         dg.define_asset_job(
             "prepare_shards",
             selection=dg.AssetSelection.assets(*before_model),
-            partitions_def=shards,
             description="raw samples -> quality -> filtered -> encodings, for one shard.",
         ),
         dg.define_asset_job(
@@ -59,7 +56,6 @@ def build_definitions(cfg: BuildConfig) -> dg.Definitions:
         dg.define_asset_job(
             "finish_shards",
             selection=list(AFTER_MODEL),
-            partitions_def=shards,
             description="fused embeddings -> exported files, for one shard.",
         ),
         dg.define_asset_job(

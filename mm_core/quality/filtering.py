@@ -19,6 +19,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import pandas as pd
@@ -101,6 +102,12 @@ def _score_item(modality: str, value: Any) -> ItemResult:
     return metrics, None
 
 
+@lru_cache(maxsize=4096)
+def _column(modality: str, metric: str = "") -> str:
+    """Score column name, shared by all rows (a shard holds one copy of each name)."""
+    return f"{SCORE_PREFIX}{modality}_{metric}" if metric else f"{SCORE_PREFIX}{modality}"
+
+
 def _ingest_reason(error: str) -> str:
     return error if error.startswith("ingest:") else f"ingest: {error}"
 
@@ -128,18 +135,18 @@ def score_record(
             continue
         metrics = dict(metrics)
         quality = metrics.pop("quality", None)
-        out.scores.update({f"{SCORE_PREFIX}{modality}_{k}": v for k, v in metrics.items()})
+        out.scores.update({_column(modality, k): v for k, v in metrics.items()})
         metric_reasons = th.metric_reasons(modality, metrics)
         out.reasons += metric_reasons
         if quality is not None:
             quality = min(1.0, max(0.0, quality)) if math.isfinite(quality) else 0.0
-            out.scores[f"{SCORE_PREFIX}{modality}"] = quality
+            out.scores[_column(modality)] = quality
             qualities[modality] = quality
             reason = th.quality_reason(modality, quality)
             if reason and not metric_reasons:  # name the root cause, not its echo
                 out.reasons.append(reason)
     for modality, quality in qualities.items():
-        out.scores.setdefault(f"{SCORE_PREFIX}{modality}", quality)
+        out.scores.setdefault(_column(modality), quality)
     out.scores[OVERALL] = th.combine(qualities)
     reason = th.overall_reason(qualities)
     if reason and not out.reasons:  # the rule always decides; its reason shows when it alone rejects
