@@ -32,9 +32,7 @@ def _run(
     return result.success
 
 
-def build_all(
-    cfg: BuildConfig, *, instance: dg.DagsterInstance | None = None, progress: bool = True
-) -> dict[str, Any]:
+def build_all(cfg: BuildConfig, *, instance: dg.DagsterInstance | None = None, progress: bool = True) -> dict[str, Any]:
     """ingest -> per shard (raw .. encodings) -> fusion model -> per shard (fused, export) -> dataset card.
 
     A shard whose blocking check fails stops there (its later assets are

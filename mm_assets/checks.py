@@ -39,9 +39,7 @@ def build_checks(cfg: BuildConfig) -> list[dg.AssetChecksDefinition]:
         missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
         ids = table.column("sample_id").to_pylist() if "sample_id" in table.column_names else []
         dups = len(ids) - len(set(ids))
-        return _result(
-            not missing and dups == 0, missing_columns=dg.MetadataValue.json(missing), duplicates=dups
-        )
+        return _result(not missing and dups == 0, missing_columns=dg.MetadataValue.json(missing), duplicates=dups)
 
     @dg.asset_check(
         asset="filtered_samples",

@@ -42,25 +42,19 @@ def build_definitions(cfg: BuildConfig) -> dg.Definitions:
     before_model = [k for k in shard_keys if k.path[-1] not in AFTER_MODEL]
     jobs = [
         shard_job,
-        dg.define_asset_job(
-            "ingest_sources", selection=["source_index"], description="Read sources, write shards."
-        ),
+        dg.define_asset_job("ingest_sources", selection=["source_index"], description="Read sources, write shards."),
         dg.define_asset_job(
             "prepare_shards",
             selection=dg.AssetSelection.assets(*before_model),
             description="raw samples -> quality -> filtered -> encodings, for one shard.",
         ),
-        dg.define_asset_job(
-            "train_fusion", selection=["fusion_model"], description="Build or train the model."
-        ),
+        dg.define_asset_job("train_fusion", selection=["fusion_model"], description="Build or train the model."),
         dg.define_asset_job(
             "finish_shards",
             selection=list(AFTER_MODEL),
             description="fused embeddings -> exported files, for one shard.",
         ),
-        dg.define_asset_job(
-            "write_manifest", selection=["dataset_manifest"], description="Write the manifest."
-        ),
+        dg.define_asset_job("write_manifest", selection=["dataset_manifest"], description="Write the manifest."),
     ]
     schedules, sensors = build_automation(cfg, assets, shard_job)
     rt = cfg.runtime

@@ -19,8 +19,7 @@ def histogram_md(values: Iterable[float], *, bins: int = 10, title: str = "") ->
     counts, edges = np.histogram(arr, bins=bins)
     peak = max(int(counts.max()), 1)
     rows = [
-        f"| {edges[i]:.3g} .. {edges[i + 1]:.3g} | {c} | {'#' * round(20 * c / peak)} |"
-        for i, c in enumerate(counts)
+        f"| {edges[i]:.3g} .. {edges[i + 1]:.3g} | {c} | {'#' * round(20 * c / peak)} |" for i, c in enumerate(counts)
     ]
     head = f"**{title}** (n={arr.size}, mean={arr.mean():.3g})\n\n| range | n | |\n|---|---|---|\n"
     return dg.MetadataValue.md(head + "\n".join(rows))
@@ -46,6 +45,4 @@ def preview_md(df: pd.DataFrame, columns: list[str], *, rows: int = 5) -> dg.Met
     if df.empty or not cols:
         return dg.MetadataValue.md("(empty)")
     head = df[cols].head(rows).map(lambda v: (str(v)[:60] + "...") if len(str(v)) > 60 else str(v))
-    return dg.MetadataValue.md(
-        head.to_markdown(index=False) if hasattr(head, "to_markdown") else head.to_string()
-    )
+    return dg.MetadataValue.md(head.to_markdown(index=False) if hasattr(head, "to_markdown") else head.to_string())

@@ -98,9 +98,7 @@ def iter_source_records(cfg: BuildConfig) -> Iterator[Any]:
         opts = dict(src)
         layout = opts.pop("layout")
         if layout == "demo":
-            target = (
-                cfg.root / "raw" / "demo" / f"n{opts.get('n_samples', 200)}-seed{opts.get('seed', cfg.seed)}"
-            )
+            target = cfg.root / "raw" / "demo" / f"n{opts.get('n_samples', 200)}-seed{opts.get('seed', cfg.seed)}"
             spec = make_demo_dataset(
                 target,
                 n_samples=int(opts.pop("n_samples", 200)),
@@ -180,9 +178,7 @@ def encode_shard(cfg: BuildConfig, shard_id: str, modality: str) -> ShardEncodin
         items.append(spec.decode(raw))
     rt = cfg.runtime
     if items:
-        feats, mask = encoder.encode(
-            items, batch_size=rt.batch_size, device=rt.device, precision=rt.precision
-        )
+        feats, mask = encoder.encode(items, batch_size=rt.batch_size, device=rt.device, precision=rt.precision)
     else:
         feats, mask = np.zeros((0, 1, encoder.output_dim), np.float32), np.zeros((0, 1), bool)
         import torch
@@ -343,8 +339,7 @@ def export_shard(cfg: BuildConfig, shard_id: str) -> dict[str, Any]:
         mask[:, order.index(m)] = present[:, i]
     qcols = [c for c in accepted.columns if c.startswith("q_")]
     metadata = [
-        {"source": src, "labels": _labels(lab)}
-        for src, lab in zip(accepted["source"], accepted["labels"], strict=True)
+        {"source": src, "labels": _labels(lab)} for src, lab in zip(accepted["source"], accepted["labels"], strict=True)
     ]
     return _writer(cfg).write_shard(
         shard_id,

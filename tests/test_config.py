@@ -48,9 +48,7 @@ def test_versions_change_only_with_what_they_cover(tmp_path, monkeypatch):
     assert a.fusion_version() != b.fusion_version()  # the model's inputs changed
     assert a.source_version() == b.source_version()
     c = load_config(_write(tmp_path, {**base, "fusion": {"strategy": "anchor"}}))
-    assert c.fusion_version() != a.fusion_version() and c.encoder_version("vision") == a.encoder_version(
-        "vision"
-    )
+    assert c.fusion_version() != a.fusion_version() and c.encoder_version("vision") == a.encoder_version("vision")
 
 
 def test_relative_source_paths_resolve_against_the_config_file(tmp_path):

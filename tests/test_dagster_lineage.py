@@ -73,9 +73,7 @@ def test_two_partitions_through_the_whole_lineage(built, instance):
     manifest = json.loads((export / "manifest.json").read_text())
     assert manifest["trained"] is False and "untrained" in manifest["notes"]
     assert manifest["total_rows"] == len(ids)
-    meta = instance.get_latest_materialization_event(
-        dg.AssetKey("fusion_model")
-    ).asset_materialization.metadata
+    meta = instance.get_latest_materialization_event(dg.AssetKey("fusion_model")).asset_materialization.metadata
     assert meta["trained"].value is False and "Untrained" in meta["note"].value
 
 
@@ -85,12 +83,8 @@ def test_rematerializing_a_partition_replaces_its_output_exactly(built, instance
     before = read_vectors(export, "h5")
     defs = build_definitions(cfg)
     pk = result["shards"][0]
-    assert (
-        defs.resolve_job_def("finish_shards").execute_in_process(instance=instance, partition_key=pk).success
-    )
-    assert (
-        build_definitions(cfg).resolve_job_def("write_manifest").execute_in_process(instance=instance).success
-    )
+    assert defs.resolve_job_def("finish_shards").execute_in_process(instance=instance, partition_key=pk).success
+    assert build_definitions(cfg).resolve_job_def("write_manifest").execute_in_process(instance=instance).success
     after = read_vectors(export, "h5")
     assert after[0] == before[0]  # no duplicates, same order
     assert np.array_equal(after[1], before[1]) and np.array_equal(after[2], before[2])
@@ -134,16 +128,12 @@ def test_failing_blocking_check_stops_that_shards_downstream(tmp_path, instance,
     assert not BuildPaths.of(cfg).encodings("text", pk).exists()
 
 
-def test_schedule_requests_exactly_the_stale_partitions_and_sensor_finds_new_shards(
-    built, instance, tmp_path
-):
+def test_schedule_requests_exactly_the_stale_partitions_and_sensor_finds_new_shards(built, instance, tmp_path):
     cfg, result = built
     defs = build_definitions(cfg)
     schedule = defs.resolve_schedule_def("backfill_stale_shards")
     repo = defs.get_repository_def()
-    with dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=NOW, repository_def=repo
-    ) as ctx:
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW, repository_def=repo) as ctx:
         assert isinstance(schedule.evaluate_tick(ctx).skip_message, str)  # everything current
 
     # a new text encoder setting marks the text encodings and what follows them stale, nothing else
@@ -151,9 +141,7 @@ def test_schedule_requests_exactly_the_stale_partitions_and_sensor_finds_new_sha
     _, cfg2 = small_build(tmp_path, modalities=changed)
     defs2 = build_definitions(cfg2)
     repo2 = defs2.get_repository_def()
-    with dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=NOW, repository_def=repo2
-    ) as ctx:
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW, repository_def=repo2) as ctx:
         requests = defs2.resolve_schedule_def("backfill_stale_shards").evaluate_tick(ctx).run_requests
     assert sorted(r.partition_key for r in requests) == sorted(result["shards"])
     for r in requests:
@@ -167,9 +155,7 @@ def test_schedule_requests_exactly_the_stale_partitions_and_sensor_finds_new_sha
     (tmp_path / "fresh").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "fresh")) as fresh:
         sensor = defs.resolve_sensor_def("new_shard_sensor")
-        with dg.build_sensor_context(
-            instance=fresh, instance_ref=fresh.get_ref(), repository_def=repo
-        ) as ctx:
+        with dg.build_sensor_context(instance=fresh, instance_ref=fresh.get_ref(), repository_def=repo) as ctx:
             res = sensor.evaluate_tick(ctx)
         assert sorted(r.partition_key for r in res.run_requests) == sorted(result["shards"])
         assert res.dynamic_partitions_requests[0].partition_keys == sorted(result["shards"])

@@ -306,9 +306,7 @@ def test_sensor_encoder_on_real_window_with_stored_stats(har: np.ndarray, tmp_pa
         by_hand, _ = ident.encode([stats.apply(window)])
     assert torch.allclose(by_hand, alone, atol=1e-5)
 
-    reused = mm_core.get_modality("sensor").create_encoder(
-        target_length=128, stats=str(tmp_path / "stats.json")
-    )
+    reused = mm_core.get_modality("sensor").create_encoder(target_length=128, stats=str(tmp_path / "stats.json"))
     assert torch.allclose(reused.encode([window])[0], alone, atol=1e-6)
 
 

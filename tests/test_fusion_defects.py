@@ -225,9 +225,7 @@ def test_4_seed_self_attention_ignores_padding_ours_respects_it():
     with torch.no_grad():
         a, b = model.forward_tokens(raw, raw_masks), model.forward_tokens(raw_padded, raw_masks)
     valid = a.mask[..., None]
-    torch.testing.assert_close(
-        torch.where(valid, b.tokens, 0.0), torch.where(valid, a.tokens, 0.0), atol=1e-5, rtol=0
-    )
+    torch.testing.assert_close(torch.where(valid, b.tokens, 0.0), torch.where(valid, a.tokens, 0.0), atol=1e-5, rtol=0)
 
 
 # -- defect 5: availability per batch, not per sample ---------------------------------------

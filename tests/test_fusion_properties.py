@@ -80,9 +80,7 @@ def test_sample_independent_of_batch_neighbours(strategy, pooling):
         alone_f = {m: x[:1, : int(masks[m][0].sum())] for m, x in features.items()}
         alone = model(alone_f)[0]
         other_f, other_m = make_batch(3, seed=3, lengths={m: n + 6 for m, n in LENGTHS.items()})
-        mixed_f = {
-            m: torch.cat([torch.nn.functional.pad(features[m][:1], (0, 0, 0, 3)), other_f[m]]) for m in DIMS
-        }
+        mixed_f = {m: torch.cat([torch.nn.functional.pad(features[m][:1], (0, 0, 0, 3)), other_f[m]]) for m in DIMS}
         mixed_m = {m: torch.cat([torch.nn.functional.pad(masks[m][:1], (0, 3)), other_m[m]]) for m in DIMS}
         mixed = model(mixed_f, mixed_m)[0]
     torch.testing.assert_close(alone, in_batch, atol=ATOL, rtol=0)

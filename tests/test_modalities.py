@@ -92,9 +92,7 @@ def test_vision_bad_inputs_raise_decode_error(jpeg_path: Path, tmp_path: Path) -
             vision.decode(item)
 
 
-def test_vision_decompression_bomb_limit_is_enforced(
-    jpeg_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_vision_decompression_bomb_limit_is_enforced(jpeg_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     w, h = Image.open(jpeg_path).size
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", int(w * h * 0.8))  # warning range: treated as error
     with pytest.raises(DecodeError, match="decompression bomb"):
@@ -170,11 +168,7 @@ def test_audio_decodes_real_files(datasets_dir: Path) -> None:
     assert lj.sample_rate == 44100 and lj.samples.shape[0] == 1
     assert lj.duration == pytest.approx(sf.info(str(lj_path)).duration)
     dog = audio.decode(datasets_dir / "imagebind-assets" / "dog_audio.wav")
-    assert (
-        dog.sample_rate == 44100
-        and dog.samples.shape[0] == 2
-        and dog.duration == pytest.approx(2.61, abs=0.01)
-    )
+    assert dog.sample_rate == 44100 and dog.samples.shape[0] == 2 and dog.duration == pytest.approx(2.61, abs=0.01)
     assert np.abs(dog.samples).max() <= 1.0 and np.abs(dog.samples).max() > 0.01
     from_bytes = audio.decode((datasets_dir / "imagebind-assets" / "dog_audio.wav").read_bytes())
     assert np.array_equal(from_bytes.samples, dog.samples)

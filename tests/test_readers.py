@@ -156,9 +156,7 @@ def test_fsdd_labels_from_file_names(datasets_dir: Path) -> None:
         assert rec.modalities["text"] == words[int(digit)] == rec.labels["word"]
     test_split = [r for r in records if r.labels["split"] == "test"]
     assert len(test_split) == sum(1 for f in files if int(f.stem.split("_")[2]) < 5)
-    assert all(
-        "text" not in r.modalities for r in read_source("fsdd", datasets_dir / "fsdd", text=False, limit=5)
-    )
+    assert all("text" not in r.modalities for r in read_source("fsdd", datasets_dir / "fsdd", text=False, limit=5))
 
 
 def test_fsdd_bad_file_name_is_kept_with_error(datasets_dir: Path, tmp_path: Path) -> None:
@@ -314,11 +312,7 @@ def test_manifest_parquet(manifest_root: Path) -> None:
     pq.write_table(table, manifest_root / "manifest.parquet")
     records = list(read_source("manifest", manifest_root))
     assert [r.sample_id for r in records] == ["manifest/ok", "manifest/abs-inside", "manifest/dotdot"]
-    assert (
-        records[0].ok
-        and records[0].labels["label"] == "dog"
-        and Path(records[0].modalities["sensor"]).is_file()
-    )
+    assert records[0].ok and records[0].labels["label"] == "dog" and Path(records[0].modalities["sensor"]).is_file()
     assert not records[2].ok
 
 

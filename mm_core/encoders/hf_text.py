@@ -82,9 +82,7 @@ class HFTextEncoder(ModalityEncoder):
         super().__init__()
         if pretrained not in (True, False, "auto"):
             raise ConfigError(f"pretrained must be true, false or 'auto'; got {pretrained!r}")
-        path = (
-            default_text_model() if model is None else resolve_hf_model(model, allow_download=allow_download)
-        )
+        path = default_text_model() if model is None else resolve_hf_model(model, allow_download=allow_download)
         config = AutoConfig.from_pretrained(path, trust_remote_code=False)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)

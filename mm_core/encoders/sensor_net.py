@@ -107,8 +107,7 @@ class SensorEncoder(ModalityEncoder):
         c, h, k = self.arch["in_channels"], self.arch["hidden_dim"], self.arch["kernel_size"]
         with seeded(seed):
             self.convs = nn.ModuleList(
-                nn.Conv1d(c if i == 0 else h, h, k, stride=2, padding=k // 2)
-                for i in range(self.arch["conv_layers"])
+                nn.Conv1d(c if i == 0 else h, h, k, stride=2, padding=k // 2) for i in range(self.arch["conv_layers"])
             )
             self.norms = nn.ModuleList(nn.LayerNorm(h) for _ in range(self.arch["conv_layers"]))
             self.dropout = nn.Dropout(self.arch["dropout"])
@@ -202,15 +201,10 @@ class SensorEncoder(ModalityEncoder):
             "window_pos": torch.tensor(position, dtype=torch.long),
         }
 
-    def _encode_windows(
-        self, windows: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode_windows(self, windows: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         steps = torch.arange(windows.shape[1], device=windows.device)
         x = (windows.float() - self.calibration - self.norm_shift) / self.norm_scale
-        x = (
-            torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-            * (steps[None, :] < lengths[:, None])[..., None]
-        )
+        x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0) * (steps[None, :] < lengths[:, None])[..., None]
         h, lens = x.transpose(1, 2), lengths
         for conv, norm in zip(self.convs, self.norms, strict=True):
             h = conv(h)
@@ -220,9 +214,7 @@ class SensorEncoder(ModalityEncoder):
         h = self.dropout(h.transpose(1, 2))
         s = h.shape[1]
         with torch.autocast(device_type=h.device.type, enabled=False):  # RNNs stay in fp32
-            packed = pack_padded_sequence(
-                h.float(), lens.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
-            )
+            packed = pack_padded_sequence(h.float(), lens.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
             out, _ = self.rnn(packed)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=s)
         mask = torch.arange(s, device=h.device)[None, :] < lens[:, None]

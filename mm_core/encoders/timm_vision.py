@@ -111,9 +111,7 @@ def build_timm_backbone(
                 "are off; pass a local directory (model=/path) or a checkpoint file (weights=/path), "
                 "or use pretrained='auto' to fall back to random initialisation"
             )
-        log.warning(
-            "no local pretrained weights for %s: using RANDOM initialisation (pretrained=False)", model
-        )
+        log.warning("no local pretrained weights for %s: using RANDOM initialisation (pretrained=False)", model)
         return _create(model, pretrained=False, **kwargs), False, model
 
 

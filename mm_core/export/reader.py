@@ -24,9 +24,7 @@ def read_shard(out_dir: str | Path, shard_id: str, format: str = "npy") -> Shard
     return fmt.read(path)
 
 
-def read_vectors(
-    out_dir: str | Path, format: str = "npy"
-) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+def read_vectors(out_dir: str | Path, format: str = "npy") -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
     """``(ids, vectors float32 [N, D], mask bool [N, M], modalities)`` over all shards.
 
     Shards are read in sorted shard-id order (zero-pad numeric ids to keep

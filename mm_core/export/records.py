@@ -94,9 +94,7 @@ def _quality_array(quality: Any, n: int) -> tuple[np.ndarray | None, list[str]]:
     return np.ascontiguousarray(values), columns
 
 
-def _modality_vectors(
-    given: Mapping[str, np.ndarray], dims: Mapping[str, int], n: int
-) -> dict[str, np.ndarray]:
+def _modality_vectors(given: Mapping[str, np.ndarray], dims: Mapping[str, int], n: int) -> dict[str, np.ndarray]:
     """Every declared modality gets a ``[N, D_m]`` column (zeros if this shard has none)."""
     extra = set(given) - set(dims)
     if extra:

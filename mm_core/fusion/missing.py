@@ -33,9 +33,7 @@ def fill_placeholder(
     data-parallel training never sees it as an unused parameter.
     """
     missing = ~mask.any(dim=1)  # [B]
-    first = torch.where(
-        missing[:, None], placeholder.to(tokens.dtype).expand(tokens.shape[0], -1), tokens[:, 0]
-    )
+    first = torch.where(missing[:, None], placeholder.to(tokens.dtype).expand(tokens.shape[0], -1), tokens[:, 0])
     tokens = torch.cat([first[:, None], tokens[:, 1:]], dim=1)
     slot0 = torch.zeros_like(mask)
     slot0[:, 0] = True

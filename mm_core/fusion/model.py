@@ -56,9 +56,7 @@ def _validate(cfg: dict[str, Any]) -> None:
         if dim <= 0:
             raise ValueError(f"encoder_dims[{name!r}] must be a positive width; got {dim}")
     if cfg["strategy"] not in STRATEGIES:
-        raise ValueError(
-            f"unknown fusion strategy {cfg['strategy']!r}; choose one of {', '.join(STRATEGIES)}"
-        )
+        raise ValueError(f"unknown fusion strategy {cfg['strategy']!r}; choose one of {', '.join(STRATEGIES)}")
     if cfg["pooling"] not in POOLINGS:
         raise ValueError(f"unknown pooling {cfg['pooling']!r}; choose one of {', '.join(POOLINGS)}")
     if cfg["missing"] not in MISSING_MODES:
@@ -119,9 +117,7 @@ class FusionModel(nn.Module):
             "anchor": anchor if strategy != "anchor" else (anchor or next(iter(dims), None)),
             "num_latents": int(num_latents),
             "tanh": bool(tanh),
-            "num_self_layers": max(1, int(num_layers) // 2)
-            if num_self_layers is None
-            else int(num_self_layers),
+            "num_self_layers": max(1, int(num_layers) // 2) if num_self_layers is None else int(num_self_layers),
             "ffn_ratio": int(ffn_ratio),
         }
         _validate(cfg)
@@ -284,9 +280,7 @@ class FusionModel(nn.Module):
             seq = run_block(block, self.gradient_checkpointing and self.training, seq, None, mask)
         return FusedSequence(self.norm(seq), mask, spans)
 
-    def forward(
-        self, features: Tensors, masks: Tensors | None = None, present: Tensors | None = None
-    ) -> torch.Tensor:
+    def forward(self, features: Tensors, masks: Tensors | None = None, present: Tensors | None = None) -> torch.Tensor:
         """One vector per sample, ``[B, output_dim]``.
 
         ``features {m: [B, S_m, D_m]}`` (any subset of the modalities), ``masks

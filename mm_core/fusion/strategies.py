@@ -109,9 +109,7 @@ class AnchorFusion(FusionStrategy):
         self.others = [n for n in self.modalities if n != anchor]
         n_layers = num_layers if self.others else 0
         self.to_anchor = nn.ModuleList(AttentionBlock(dim, num_heads, dropout) for _ in range(n_layers))
-        self.from_anchor = nn.ModuleList(
-            _blocks(self.others, dim, num_heads, dropout) for _ in range(n_layers)
-        )
+        self.from_anchor = nn.ModuleList(_blocks(self.others, dim, num_heads, dropout) for _ in range(n_layers))
 
     def forward(self, tokens: Tokens, masks: Tokens) -> FusedSequence:
         a = self.anchor
@@ -137,9 +135,7 @@ class SequentialFusion(FusionStrategy):
 
     def __init__(self, modalities: Sequence[str], dim: int, num_heads: int, num_layers: int, dropout: float):
         super().__init__(modalities)
-        self.layers = nn.ModuleList(
-            _blocks(self.modalities[1:], dim, num_heads, dropout) for _ in range(num_layers)
-        )
+        self.layers = nn.ModuleList(_blocks(self.modalities[1:], dim, num_heads, dropout) for _ in range(num_layers))
 
     def forward(self, tokens: Tokens, masks: Tokens) -> FusedSequence:
         first = self.modalities[0]

@@ -65,9 +65,7 @@ def parse_csv(text: str, name: str = "csv") -> np.ndarray:
         raise DecodeError(f"sensor {name} has no rows")
     delimiter = _sniff_delimiter(text.split("\n", 1)[0])
     try:
-        table = np.loadtxt(
-            io.StringIO(text), dtype=str, delimiter=delimiter, ndmin=2, comments=None, quotechar='"'
-        )
+        table = np.loadtxt(io.StringIO(text), dtype=str, delimiter=delimiter, ndmin=2, comments=None, quotechar='"')
     except ValueError as exc:  # numpy reports ragged rows: "the number of columns changed"
         raise DecodeError(f"sensor {name}: malformed rows ({exc})") from exc
     if table.size == 0:

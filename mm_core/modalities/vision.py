@@ -83,9 +83,7 @@ def decode(item: str | os.PathLike[str] | bytes) -> Image.Image:
                 rgb = to_rgb(oriented)
                 rgb.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecodeError(
-            f"image {_describe(item)} exceeds the pixel limit (decompression bomb): {exc}"
-        ) from exc
+        raise DecodeError(f"image {_describe(item)} exceeds the pixel limit (decompression bomb): {exc}") from exc
     except Image.UnidentifiedImageError as exc:
         raise DecodeError(f"not a {'/'.join(FORMATS)} image: {_describe(item)}") from exc
     except Exception as exc:  # truncated data, bad chunks, codec errors

@@ -104,9 +104,7 @@ DEFAULT_QUALITY = {"vision": 0.3, "audio": 0.3, "text": 0.3, "sensor": 0.3}
 class Thresholds:
     """Raw bounds, per-modality quality minimums and the overall rule (see module docstring)."""
 
-    bounds: dict[str, dict[str, Bound]] = field(
-        default_factory=lambda: {m: dict(b) for m, b in DEFAULT_BOUNDS.items()}
-    )
+    bounds: dict[str, dict[str, Bound]] = field(default_factory=lambda: {m: dict(b) for m, b in DEFAULT_BOUNDS.items()})
     quality: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_QUALITY))
     overall: float = 0.4
     rule: str = "mean"
