@@ -18,6 +18,11 @@ def _result(passed: bool, **metadata) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=bool(passed), severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
 
 
+def shard_gate(asset: str, description: str):
+    """A blocking, shard-partitioned asset check: failing it stops that shard's downstream assets."""
+    return dg.asset_check(asset=asset, blocking=True, partitions_def=shards, description=description)
+
+
 def read_fused(path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
     """Ids, vectors, presence and modality names of one fused shard file."""
     return load_fused(path)[:4]
@@ -28,12 +33,11 @@ def build_checks(cfg: BuildConfig) -> list[dg.AssetChecksDefinition]:
     warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partitions_def.*AssetCheckSpec")
     paths = BuildPaths.of(cfg)
 
-    @dg.asset_check(
-        asset="raw_samples",
-        blocking=True,
-        partitions_def=shards,
-        description="Shard table has the record schema and unique sample ids.",
-    )
+    def row_counts(shard_id: str) -> tuple[int, int]:
+        """Input and accepted row counts of a shard (from the Parquet footers)."""
+        return pq.read_metadata(paths.shard(shard_id)).num_rows, pq.read_metadata(paths.accepted(shard_id)).num_rows
+
+    @shard_gate("raw_samples", "Shard table has the record schema and unique sample ids.")
     def raw_schema(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         table = pq.read_table(paths.shard(context.partition_key))
         missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
@@ -41,41 +45,23 @@ def build_checks(cfg: BuildConfig) -> list[dg.AssetChecksDefinition]:
         dups = len(ids) - len(set(ids))
         return _result(not missing and dups == 0, missing_columns=dg.MetadataValue.json(missing), duplicates=dups)
 
-    @dg.asset_check(
-        asset="filtered_samples",
-        blocking=True,
-        partitions_def=shards,
-        description="accepted + rejected == input rows; every rejection has a reason.",
-    )
+    @shard_gate("filtered_samples", "accepted + rejected == input rows; every rejection has a reason.")
     def row_accounting(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         sid = context.partition_key
-        n_in = pq.read_metadata(paths.shard(sid)).num_rows
-        n_acc = pq.read_metadata(paths.accepted(sid)).num_rows
+        n_in, n_acc = row_counts(sid)
         rejected = pq.read_table(paths.rejected(sid), columns=["reasons"]).column(0).to_pylist()
         unexplained = sum(1 for r in rejected if not r)
         ok = n_in == n_acc + len(rejected) and unexplained == 0
         return _result(ok, input=n_in, accepted=n_acc, rejected=len(rejected), without_reason=unexplained)
 
-    @dg.asset_check(
-        asset="filtered_samples",
-        blocking=True,
-        partitions_def=shards,
-        description="Pass rate of the shard is above the configured floor (gates.min_pass_rate).",
-    )
+    @shard_gate("filtered_samples", "Pass rate of the shard is above the configured floor (gates.min_pass_rate).")
     def pass_rate(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        sid = context.partition_key
-        n_in = pq.read_metadata(paths.shard(sid)).num_rows
-        n_acc = pq.read_metadata(paths.accepted(sid)).num_rows
+        n_in, n_acc = row_counts(context.partition_key)
         rate = n_acc / n_in if n_in else 0.0
         floor = float(cfg.gate("min_pass_rate"))
         return _result(rate >= floor, pass_rate=round(rate, 4), floor=floor)
 
-    @dg.asset_check(
-        asset="fused_embeddings",
-        blocking=True,
-        partitions_def=shards,
-        description="No NaN/inf; dimension equals fusion.output_dim; norms in range; unique ids.",
-    )
+    @shard_gate("fused_embeddings", "No NaN/inf; dimension equals fusion.output_dim; norms in range; unique ids.")
     def vectors_valid(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         ids, vectors, _, _ = read_fused(paths.fused(context.partition_key))
         finite = bool(np.isfinite(vectors).all())
@@ -93,12 +79,7 @@ def build_checks(cfg: BuildConfig) -> list[dg.AssetChecksDefinition]:
             duplicates=dups,
         )
 
-    @dg.asset_check(
-        asset="fused_embeddings",
-        blocking=True,
-        partitions_def=shards,
-        description="Per-modality missing rates within gates.max_missing_rate(_by_modality).",
-    )
+    @shard_gate("fused_embeddings", "Per-modality missing rates within gates.max_missing_rate(_by_modality).")
     def missing_modality_rates(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         _, _, present, names = read_fused(paths.fused(context.partition_key))
         rates = {m: float(1.0 - present[:, i].mean()) if len(present) else 1.0 for i, m in enumerate(names)}
