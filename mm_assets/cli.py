@@ -64,7 +64,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"shards:    {len(result['shards'])} ({result['samples']} samples, {result['accepted']} accepted)")
     print(f"dataset:   {result['export_dir']}")
     print(f"manifest:  {result['manifest']}")
-    print(f"dagster:   {os.environ['DAGSTER_HOME']} (open with `mm dev {args.config or ''}`)".rstrip())
+    print(f"dagster:   {os.environ['DAGSTER_HOME']} (open the UI with: mm dev {args.config or ''})".rstrip())
     print(f"time:      {time.perf_counter() - t0:.1f} s")
     return 0 if result["ok"] else 1
 
