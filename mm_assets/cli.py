@@ -20,7 +20,7 @@ REPO_WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
 
 
 def prepare_instance(storage_root: Path) -> Path:
-    """Create ``DAGSTER_HOME`` under the storage root with the GPU pool limit; returns it."""
+    """Create ``DAGSTER_HOME`` (dagster.yaml with the GPU pool limit, and its storage); returns it."""
     import torch
 
     home = Path(os.environ.get("DAGSTER_HOME") or storage_root / "dagster_home").resolve()
@@ -34,10 +34,21 @@ def prepare_instance(storage_root: Path) -> Path:
             "concurrency:\n"
             "  pools:\n"
             f"    default_limit: {max(gpus, 1)}\n"
+            "# The daemon gives back the pool slots of runs that ended without releasing them\n"
+            "# (a run worker killed mid-step); `mm build` does the same for its own runs.\n"
+            "run_monitoring:\n"
+            "  enabled: true\n"
+            "  free_slots_after_run_end_seconds: 60\n"
             "telemetry:\n"
             "  enabled: false\n"
         )
     os.environ["DAGSTER_HOME"] = str(home)
+    import dagster as dg
+
+    # Create the SQLite schema here, once: a webserver and a daemon started side by side on a
+    # fresh home would both try to create it and one of them dies on "table already exists".
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
     return home
 
 

@@ -18,17 +18,19 @@ from mm_core.encodings import ShardEncodings
 def load_fusion_model(
     encoder_dims: Mapping[str, int], fusion: Mapping, *, seed: int = 0
 ) -> tuple[torch.nn.Module, dict[str, str | bool]]:
-    """The fusion model for a build: the trained checkpoint if configured, else a seeded init.
+    """The fusion model for a build: the checkpoint if configured, else a seeded init.
 
-    ``fusion["checkpoint"]`` is a directory written by ``FusionModel.save_pretrained``.
+    ``fusion["checkpoint"]`` is a directory written by ``FusionModel.save_pretrained``
+    or ``FusionStack.save_pretrained`` (a model trained by an earlier build).
     Returns the model (eval mode) and provenance (``trained``, ``checkpoint``,
     ``weights_id``) for the manifest, which says plainly when it is untrained.
     """
-    from mm_core.fusion import FusionModel, build_fusion_model
+    from mm_core.fusion import build_fusion_model
+    from mm_core.training.model import FusionStack
 
     checkpoint = fusion.get("checkpoint")
     if checkpoint:
-        model = FusionModel.from_pretrained(checkpoint)
+        model: torch.nn.Module = FusionStack.from_pretrained(checkpoint)
         info: dict[str, str | bool] = {"trained": True, "checkpoint": str(checkpoint)}
     else:
         torch.manual_seed(seed)
@@ -84,28 +86,46 @@ def fuse_encodings(
     batch_size: int = 64,
     device: str = "auto",
     precision: str = "auto",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Unified vectors [N, out] float32 and presence [N, M] bool (modalities in sorted order)."""
+    with_pooled: bool = False,
+) -> tuple[np.ndarray, ...]:
+    """Unified vectors [N, out] float32 and presence [N, M] bool (modalities in sorted order).
+
+    ``model`` is a ``FusionModel`` (frozen features only) or a ``FusionStack``,
+    whose trainable encoders run here on the cached inputs of their modality.
+    ``with_pooled`` adds a third result: ``{modality: [N, D_m]}`` masked means of
+    the *trained* encoders' tokens (zeros where absent), for the export's
+    per-modality vectors (the cache holds only the untrained encoder's features).
+    """
+    from mm_core.training.batch import make_batch
+    from mm_core.training.model import FusionStack
+
+    stack = model if isinstance(model, FusionStack) else FusionStack(model)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
-    model = model.to(dev).eval()
+    stack = stack.to(dev).eval()
     rows = {name: {sid: i for i, sid in enumerate(enc.sample_ids)} for name, enc in encodings.items()}
     names = sorted(encodings)
-    outs, pres = [], []
+    trained = [m for m in stack.trainable if m in encodings]
+    outs, pres, pooled = [], [], {m: [] for m in trained}
     for start in range(0, len(sample_ids), batch_size):
         ids = list(sample_ids[start : start + batch_size])
-        feats, masks, present = gather_batch(ids, encodings, rows)
+        batch = make_batch(ids, encodings, rows, stack.trainable)
         with autocast(dev, prec):
-            out = model(
-                {k: v.to(dev) for k, v in feats.items()},
-                masks={k: v.to(dev) for k, v in masks.items()},
-                present={k: v.to(dev) for k, v in present.items()},
-            )
+            feats, masks, present = stack.features(batch.to(dev))
+            out = stack.fuse(feats, masks, present)
         outs.append(out.float().cpu().numpy())
-        pres.append(torch.stack([present[k] for k in names], 1).numpy())
-    if not outs:
-        return np.zeros((0, getattr(model, "output_dim", 0)), np.float32), np.zeros((0, len(names)), bool)
-    return np.concatenate(outs).astype(np.float32, copy=False), np.concatenate(pres)
+        pres.append(torch.stack([batch.present[k] for k in names], 1).numpy())
+        for m in trained:
+            w = masks[m].unsqueeze(-1).float()
+            pooled[m].append(((feats[m].float() * w).sum(1) / w.sum(1).clamp(min=1.0)).cpu().numpy())
+    dims = stack.fusion.config["encoder_dims"]
+    if outs:
+        result = np.concatenate(outs).astype(np.float32, copy=False), np.concatenate(pres)
+        per_modality = {m: np.concatenate(v) for m, v in pooled.items()}
+    else:
+        result = np.zeros((0, stack.output_dim), np.float32), np.zeros((0, len(names)), bool)
+        per_modality = {m: np.zeros((0, dims[m]), np.float32) for m in trained}
+    return (*result, per_modality) if with_pooled else result
 
 
 def save_fused(
@@ -115,8 +135,12 @@ def save_fused(
     present: np.ndarray,
     modalities: Sequence[str],
     info: Mapping,
+    pooled: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
-    """Write one shard's fused vectors atomically (safetensors, ids in the header)."""
+    """Write one shard's fused vectors atomically (safetensors, ids in the header).
+
+    ``pooled``: per-modality vectors of the trained encoders (``pooled.<m>`` tensors).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -128,6 +152,8 @@ def save_fused(
         "vectors": torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)),
         "present": torch.from_numpy(np.ascontiguousarray(present, dtype=np.uint8)),
     }
+    for m, arr in (pooled or {}).items():
+        tensors[f"pooled.{m}"] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return path
@@ -148,3 +174,10 @@ def load_fused(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray, lis
         json.loads(meta["modalities"]),
         json.loads(meta.get("info", "{}")),
     )
+
+
+def load_fused_pooled(path: str | Path) -> dict[str, np.ndarray]:
+    """Per-modality vectors of the trained encoders stored in a fused shard (rows as its ids)."""
+    from safetensors.numpy import load_file as load_np
+
+    return {k.removeprefix("pooled."): v for k, v in load_np(str(path)).items() if k.startswith("pooled.")}

@@ -159,9 +159,15 @@ def build_modalities(cfg: BuildConfig) -> list[str]:
 
 
 def encode_shard(cfg: BuildConfig, shard_id: str, modality: str) -> ShardEncodings:
-    """Encode one modality of the accepted samples of a shard and cache it."""
+    """Encode one modality of the accepted samples of a shard and cache it.
+
+    An encoder that trains with the fusion model (``training.train_encoders``)
+    also caches its preprocessed inputs; every modality records a content key
+    per sample (identical raw items are one item to training and evaluation).
+    """
     from mm_core.encoding import get_encoder
     from mm_core.registry import get
+    from mm_core.training.inputs import codec_for, content_key, trains_encoder
 
     paths = BuildPaths.of(cfg)
     accepted = pq.read_table(paths.accepted(shard_id)).to_pandas()
@@ -172,24 +178,28 @@ def encode_shard(cfg: BuildConfig, shard_id: str, modality: str) -> ShardEncodin
     rows = accepted[has]
     spec = get(modality)
     encoder = get_encoder(modality, **encoder_options(cfg, modality))
-    items = []
-    for _, row in rows.iterrows():
-        raw = row[inline] if inline in rows and row.get(inline) is not None else row[modality]
-        items.append(spec.decode(raw))
+    raws = [
+        row[inline] if inline in rows and row.get(inline) is not None else row[modality] for _, row in rows.iterrows()
+    ]
+    items = [spec.decode(raw) for raw in raws]
     rt = cfg.runtime
     if items:
         feats, mask = encoder.encode(items, batch_size=rt.batch_size, device=rt.device, precision=rt.precision)
     else:
-        feats, mask = np.zeros((0, 1, encoder.output_dim), np.float32), np.zeros((0, 1), bool)
         import torch
 
-        feats, mask = torch.from_numpy(feats), torch.from_numpy(mask)
+        feats, mask = torch.zeros(0, 1, encoder.output_dim), torch.zeros(0, 1, dtype=torch.bool)
+    t = cfg.training
+    codec = codec_for(encoder) if trains_encoder(t.train_encoders, modality, encoder, t.auto_max_params) else None
     enc = ShardEncodings(
         modality=modality,
         sample_ids=rows["sample_id"].tolist(),
         features=feats,
         mask=mask,
         encoder=encoder_provenance(encoder, cfg, modality),
+        inputs=codec.pack(encoder, items) if codec is not None else {},
+        codec=codec.name if codec is not None else "",
+        content=[content_key(raw) for raw in raws],
     )
     save_encodings(enc, paths.encodings(modality, shard_id))
     return enc
@@ -212,25 +222,37 @@ def encoder_dims(cfg: BuildConfig) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- fusion model
-def ensure_fusion_model(cfg: BuildConfig) -> dict[str, Any]:
-    """Write the build's fusion model (trained if configured, else a seeded init) atomically."""
-    from mm_core.fuse import load_fusion_model
+def ensure_fusion_model(cfg: BuildConfig, *, progress: bool = False) -> dict[str, Any]:
+    """Write the build's model (trained when ``training.enabled``, else the checkpoint or a seeded init).
 
+    With a holdout configured, the model is also measured on it against the
+    untrained model and the baseline; the figures go to ``evaluation.json``
+    and, summarised, to ``provenance.json`` (and so to the dataset manifest).
+    """
+    from mm_core.fuse import load_fusion_model
+    from mm_core.training.publish import clean, evaluate_untrained, publish_model
+
+    if cfg.training.enabled:
+        return publish_model(cfg, progress=progress)
     paths = BuildPaths.of(cfg)
     model, info = load_fusion_model(encoder_dims(cfg), asdict(cfg.fusion), seed=cfg.seed)
+    evaluation = evaluate_untrained(cfg, model) if cfg.evaluation.enabled else None
     with atomic_dir(paths.model_dir) as tmp:
         model.save_pretrained(tmp)
-        (Path(tmp) / "provenance.json").write_text(json.dumps(info, indent=2, sort_keys=True))
+        if evaluation is not None:
+            info["evaluation"] = {"models": evaluation["models"], "chance": evaluation["chance"]}
+            (Path(tmp) / "evaluation.json").write_text(json.dumps(clean(evaluation), indent=2))
+        (Path(tmp) / "provenance.json").write_text(json.dumps(clean(info), indent=2, sort_keys=True))
     return {**info, "path": str(paths.model_dir)}
 
 
 def load_build_model(cfg: BuildConfig) -> tuple[Any, dict[str, Any]]:
-    """The fusion model written by :func:`ensure_fusion_model`, and its provenance."""
-    from mm_core.fusion import FusionModel
+    """The model written by :func:`ensure_fusion_model` (a ``FusionStack``), and its provenance."""
+    from mm_core.training.model import FusionStack
 
     paths = BuildPaths.of(cfg)
     info = json.loads((paths.model_dir / "provenance.json").read_text())
-    return FusionModel.from_pretrained(paths.model_dir).eval(), info
+    return FusionStack.from_pretrained(paths.model_dir).eval(), info
 
 
 # ---------------------------------------------------------------- fuse + export
@@ -245,7 +267,11 @@ def load_shard_encodings(cfg: BuildConfig, shard_id: str) -> dict[str, ShardEnco
 
 
 def fuse_shard(cfg: BuildConfig, shard_id: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Fused vectors of a shard's accepted samples (written to the fused store)."""
+    """Fused vectors of a shard's accepted samples (written to the fused store).
+
+    The model's trainable encoders run on their cached inputs here; their pooled
+    vectors are stored beside the fused ones (``mm_core.fuse.load_fused_pooled``).
+    """
     from mm_core.fuse import fuse_encodings, save_fused
 
     paths = BuildPaths.of(cfg)
@@ -253,10 +279,16 @@ def fuse_shard(cfg: BuildConfig, shard_id: str) -> tuple[list[str], np.ndarray, 
     encodings = load_shard_encodings(cfg, shard_id)
     model, info = load_build_model(cfg)
     rt = cfg.runtime
-    vectors, present = fuse_encodings(
-        model, accepted, encodings, batch_size=max(rt.batch_size, 1), device=rt.device, precision=rt.precision
+    vectors, present, pooled = fuse_encodings(
+        model,
+        accepted,
+        encodings,
+        batch_size=max(rt.batch_size, 1),
+        device=rt.device,
+        precision=rt.precision,
+        with_pooled=True,
     )
-    save_fused(paths.fused(shard_id), accepted, vectors, present, sorted(encodings), info)
+    save_fused(paths.fused(shard_id), accepted, vectors, present, sorted(encodings), info, pooled)
     return accepted, vectors, present
 
 

@@ -1,5 +1,6 @@
-"""The fusion model of the build and the fused embeddings of each shard."""
+"""The fusion model of the build (trained and measured when configured) and the fused embeddings of each shard."""
 
+import json
 import time
 
 import dagster as dg
@@ -14,8 +15,38 @@ from mm_core.pipeline import BuildPaths, build_modalities, ensure_fusion_model, 
 UNTRAINED_NOTE = (
     "**Untrained fusion model.** Projection and cross-attention weights are a seeded random "
     "init: the vectors are deterministic but carry little cross-modal meaning. Set "
-    "`fusion.checkpoint` to a trained model."
+    "`training.enabled: true` (or `fusion.checkpoint` to a trained model)."
 )
+#: figures shown as their own metadata entries (plottable over materializations)
+HEADLINE = ("recall@1", "recall@5", "accuracy", "alignment", "uniformity")
+
+
+def _loss_md(history: list[dict]) -> dg.MetadataValue:
+    rows = "\n".join(f"| {h['epoch']} | {h['loss']:.4f} | {h['lr']:.2e} |" for h in history)
+    return dg.MetadataValue.md("| epoch | loss | lr |\n|---|---|---|\n" + rows)
+
+
+def _evaluation_metadata(paths: BuildPaths) -> dict:
+    """Figures of ``evaluation.json`` as metadata: a table, the gate's rows and headline numbers."""
+    from mm_core.training.evaluation import table_md
+
+    path = paths.model_dir / "evaluation.json"
+    if not path.exists():
+        return {}
+    result = json.loads(path.read_text())
+    meta = {
+        "evaluation": dg.MetadataValue.md(table_md(result)),
+        "eval_samples": int(result["split"].get("evaluated", 0)),
+        "train_samples": int(result["split"].get("train", 0)),
+    }
+    name = "trained" if "trained" in result["models"] else "untrained"
+    for key, value in sorted(result["models"][name].items()):
+        if value is not None and key.endswith(HEADLINE) and "robustness" not in key:
+            meta[f"eval/{key}"] = float(value)
+    gate = result.get("gate")
+    if gate:
+        meta["retrieval_gate_passed"] = bool(gate["passed"])
+    return meta
 
 
 def build_fusion_assets(cfg: BuildConfig) -> list[dg.AssetsDefinition]:
@@ -26,19 +57,36 @@ def build_fusion_assets(cfg: BuildConfig) -> list[dg.AssetsDefinition]:
         name="fusion_model",
         group_name="fusion",
         deps=encodings,
-        code_version=cfg.fusion_version(),
+        code_version=f"{cfg.fusion_version()}-{cfg.evaluation_version()}",
+        pool=GPU_POOL if cfg.training.enabled else None,
         kinds={"pytorch", "safetensors"},
-        description="Projection + cross-attention fusion + pooling weights (safetensors + config).",
+        description="Trainable encoders + projection + cross-attention fusion + pooling (safetensors + config), "
+        "trained self-supervised on the cached encodings when `training.enabled`, and measured on the "
+        "held-out split (`evaluation.holdout`) against the untrained model and a baseline.",
     )
-    def fusion_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        info = ensure_fusion_model(cfg)
+    def fusion_model(context: dg.AssetExecutionContext, device: DeviceResource) -> dg.MaterializeResult:
+        t0 = time.perf_counter()
+        info = ensure_fusion_model(device.apply(cfg))
         meta = {
             "trained": bool(info["trained"]),
+            "weights_id": str(info.get("weights_id", "")),
             "strategy": cfg.fusion.strategy,
             "pooling": cfg.fusion.pooling,
             "output_dim": cfg.fusion.output_dim,
+            "seconds": round(time.perf_counter() - t0, 1),
+            **device.describe(),
             "path": dg.MetadataValue.path(info["path"]),
         }
+        training = info.get("training")
+        if training:
+            meta["checkpoint_sha256"] = str(info.get("checkpoint_sha256", ""))
+            meta["trainable_encoders"] = dg.MetadataValue.json(info.get("trainable_encoders", []))
+            meta["training"] = dg.MetadataValue.json(training)
+            history = json.loads((paths.model_dir / "training.json").read_text())
+            meta["loss"] = _loss_md(history)
+            if training.get("final_loss") is not None:
+                meta["final_loss"] = float(training["final_loss"])
+        meta.update(_evaluation_metadata(paths))
         if not info["trained"]:
             meta["note"] = dg.MetadataValue.md(UNTRAINED_NOTE)
             context.log.warning("fusion model is untrained (seeded random init)")
