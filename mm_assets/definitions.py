@@ -16,6 +16,7 @@ from mm_assets.assets.quality import build_quality_assets
 from mm_assets.automation import build_automation, shard_asset_keys
 from mm_assets.checks import build_checks
 from mm_assets.config import build_config
+from mm_assets.model_checks import build_model_checks
 from mm_assets.resources import DeviceResource
 from mm_core.config import BuildConfig
 
@@ -60,7 +61,7 @@ def build_definitions(cfg: BuildConfig) -> dg.Definitions:
     rt = cfg.runtime
     return dg.Definitions(
         assets=assets,
-        asset_checks=build_checks(cfg),
+        asset_checks=[*build_checks(cfg), *build_model_checks(cfg)],
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,

@@ -346,7 +346,7 @@ def _encoder_record(cfg: BuildConfig, modality: str) -> dict[str, str]:
 
 def export_shard(cfg: BuildConfig, shard_id: str) -> dict[str, Any]:
     """Write one shard's records in every configured format (replacing an earlier export)."""
-    from mm_core.fuse import load_fused
+    from mm_core.fuse import load_fused, load_fused_pooled
 
     paths = BuildPaths.of(cfg)
     ids, vectors, present, names, _ = load_fused(paths.fused(shard_id))
@@ -365,6 +365,8 @@ def export_shard(cfg: BuildConfig, shard_id: str) -> dict[str, Any]:
                 dst, src = zip(*hit, strict=True)
                 out[list(dst)] = pooled[list(src)]
         modality_vectors[m] = out
+    # encoders trained with the fusion model: their vectors come from the trained weights
+    modality_vectors.update(load_fused_pooled(paths.fused(shard_id)))
     mask = np.zeros((len(ids), len(build_modalities(cfg))), bool)
     order = build_modalities(cfg)
     for i, m in enumerate(names):
