@@ -17,7 +17,7 @@ class DeviceResource(dg.ConfigurableResource):
     device: str = "auto"
     precision: str = "auto"
     batch_size: int = 32
-    num_workers: int = 0
+    num_workers: int = 0  # decode threads per encoding step (0: decode in the step thread)
 
     def resolved(self) -> tuple[torch.device, str]:
         dev = resolve_device(self.device)

@@ -158,6 +158,20 @@ def build_modalities(cfg: BuildConfig) -> list[str]:
     return sorted(cfg.modalities) if cfg.modalities else available_modalities()
 
 
+def decode_all(decode: Any, raws: list[Any], *, workers: int = 0) -> list[Any]:
+    """Decode raw items in input order; ``workers`` > 0 decodes in that many threads.
+
+    Image and audio decoders (PIL, libsndfile) release the GIL, so threads
+    overlap file reads and decoding with each other without pickling media.
+    """
+    if workers <= 0 or len(raws) < 2:
+        return [decode(raw) for raw in raws]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mm-decode") as pool:
+        return list(pool.map(decode, raws))
+
+
 def encode_shard(cfg: BuildConfig, shard_id: str, modality: str) -> ShardEncodings:
     """Encode one modality of the accepted samples of a shard and cache it.
 
@@ -181,7 +195,7 @@ def encode_shard(cfg: BuildConfig, shard_id: str, modality: str) -> ShardEncodin
     raws = [
         row[inline] if inline in rows and row.get(inline) is not None else row[modality] for _, row in rows.iterrows()
     ]
-    items = [spec.decode(raw) for raw in raws]
+    items = decode_all(spec.decode, raws, workers=cfg.runtime.num_workers)
     rt = cfg.runtime
     if items:
         feats, mask = encoder.encode(items, batch_size=rt.batch_size, device=rt.device, precision=rt.precision)

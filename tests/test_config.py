@@ -54,3 +54,15 @@ def test_versions_change_only_with_what_they_cover(tmp_path, monkeypatch):
 def test_relative_source_paths_resolve_against_the_config_file(tmp_path):
     cfg = load_config(_write(tmp_path, {"sources": [{"layout": "fsdd", "root": "sub/fsdd"}]}))
     assert cfg.resolve("sub/fsdd") == (tmp_path / "sub" / "fsdd").resolve()
+
+
+def test_decode_workers_keep_input_order(datasets_dir):
+    from mm_core.pipeline import decode_all
+    from mm_core.registry import get
+
+    paths = sorted((datasets_dir / "fsdd" / "recordings").glob("*.wav"))[:12]
+    decode = get("audio").decode
+    serial = decode_all(decode, paths)
+    threaded = decode_all(decode, paths, workers=3)
+    assert [a.samples.shape for a in threaded] == [a.samples.shape for a in serial]
+    assert all((a.samples == b.samples).all() for a, b in zip(serial, threaded, strict=True))
