@@ -164,10 +164,12 @@ class BuildConfig:
         A modality named in ``training.train_encoders`` caches its inputs too, so naming it changes the version.
         """
         options = self.modalities.get(modality, {})
+        weights = {k: _file_stamp(self.resolve(v)) for k, v in options.items() if k in WEIGHT_KEYS and v}
+        key: dict[str, Any] = {"options": options, "weights": weights} if weights else options
         named = self.training.train_encoders
         if isinstance(named, list) and modality in named:
-            return _digest({"options": options, "cache_inputs": True})
-        return _digest(options)
+            return _digest({"options": key, "cache_inputs": True})
+        return _digest(key)
 
     def source_version(self) -> str:
         """Hash of what decides the samples and their shards."""
@@ -199,6 +201,22 @@ class BuildConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: encoder options that may name local weight files or directories
+WEIGHT_KEYS = ("model", "weights", "checkpoint_path")
+
+
+def _file_stamp(path: Path) -> list[tuple[str, int, int]] | None:
+    """Size and mtime of a local weights file (or of a directory's files): new weights at the same
+    path change the encoder's version, so exactly its dependent partitions turn stale."""
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+    else:
+        return None  # a hub name: its options are the version
+    return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
 
 
 def _digest(obj: Any) -> str:

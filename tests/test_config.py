@@ -66,3 +66,14 @@ def test_decode_workers_keep_input_order(datasets_dir):
     threaded = decode_all(decode, paths, workers=3)
     assert [a.samples.shape for a in threaded] == [a.samples.shape for a in serial]
     assert all((a.samples == b.samples).all() for a, b in zip(serial, threaded, strict=True))
+
+
+def test_new_weights_at_the_same_path_change_the_encoder_version(tmp_path):
+    weights = tmp_path / "vision.safetensors"
+    weights.write_bytes(b"old")
+    data = {"sources": [{"layout": "demo"}], "modalities": {"vision": {"weights": str(weights)}, "text": {}}}
+    cfg = load_config(_write(tmp_path, data))
+    before = {m: cfg.encoder_version(m) for m in ("vision", "text")}
+    weights.write_bytes(b"new weights")
+    assert cfg.encoder_version("vision") != before["vision"]
+    assert cfg.encoder_version("text") == before["text"]
