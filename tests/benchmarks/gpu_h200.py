@@ -1,7 +1,7 @@
 """Case 7: the GPU benchmarks for a lent H200 (finishes in well under 5 minutes).
 
     python tests/benchmarks/gpu_h200.py --out gpu_h200.json           # on the GPU machine
-    python tests/benchmarks/gpu_h200.py --dry-run --out /tmp/g.json   # CPU smoke path: tiny sizes, ViT-Ti
+    python tests/benchmarks/gpu_h200.py --dry-run --out gpu_dry.json     # CPU smoke path: tiny sizes, ViT-Ti
 
 Sections (each one's failure is recorded in the JSON and the rest still run):
 
