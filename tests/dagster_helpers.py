@@ -39,3 +39,16 @@ def small_build(tmp_path: Path, name: str = "t", **overrides: Any) -> tuple[Path
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path, load_config(path)
+
+
+def sensor_text_build(tmp_path: Path, name: str, **overrides: Any) -> BuildConfig:
+    """A 48-sample, 2-shard demo build of sensor + text (the training tests' data)."""
+    _, cfg = small_build(
+        tmp_path,
+        name=name,
+        sources=[{"layout": "demo", "n_samples": 48, "seed": 0, "missing": {"sensor": 0.15, "text": 0.0}}],
+        shard_size=24,
+        modalities={"sensor": {}, "text": {}},
+        **overrides,
+    )
+    return cfg

@@ -9,20 +9,15 @@ import pytest
 from mm_core.training import BuildData, FusionStack, run_training
 from mm_core.training.build import RANKS_DIR, RESULT_DIR
 from mm_core.training.loop import state_dir
-from tests.dagster_helpers import small_build
+from tests.dagster_helpers import sensor_text_build
 from tests.test_train import _prepare
 
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
-    _, cfg = small_build(
-        tmp,
-        name="ddp",
-        sources=[{"layout": "demo", "n_samples": 48, "seed": 0, "missing": {"sensor": 0.15, "text": 0.0}}],
-        shard_size=24,
-        modalities={"sensor": {}, "text": {}},
-        training={"enabled": True, "epochs": 4, "batch_size": 8, "lr": 0.002, "num_processes": 2},
+    cfg = sensor_text_build(
+        tmp, "ddp", training={"enabled": True, "epochs": 4, "batch_size": 8, "lr": 0.002, "num_processes": 2}
     )
     _prepare(cfg)
     return cfg, tmp

@@ -21,7 +21,7 @@ from mm_core.pipeline import BuildPaths, encode_shard, filter_shard, ingest, loa
 from mm_core.training import BuildData, FusionStack, train_fusion
 from mm_core.training.inputs import PaddedTensors, SensorWindows
 from mm_core.training.loop import state_dir
-from tests.dagster_helpers import small_build
+from tests.dagster_helpers import sensor_text_build, small_build
 
 TRAINING = {"enabled": True, "epochs": 3, "batch_size": 12, "lr": 0.002}
 
@@ -47,12 +47,9 @@ def _prepare(cfg) -> None:
 def build(tmp_path_factory):
     """A 48-sample demo build (sensor + text) encoded through the library pipeline."""
     tmp = tmp_path_factory.mktemp("train")
-    _, cfg = small_build(
+    cfg = sensor_text_build(
         tmp,
-        name="train",
-        sources=[{"layout": "demo", "n_samples": 48, "seed": 0, "missing": {"sensor": 0.15, "text": 0.0}}],
-        shard_size=24,
-        modalities={"sensor": {}, "text": {}},
+        "train",
         training=TRAINING,
         evaluation={"holdout": {"fraction": 0.25, "key": "sample_id"}, "group_by": "motion"},
     )
