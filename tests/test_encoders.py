@@ -81,12 +81,13 @@ def tiny_vit_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.
     return directory, model
 
 
+# Comparisons against a reference forward pass run at fp32: ``auto`` is bf16 on CPUs with native bf16.
 def test_timm_vit_loads_by_path_and_matches_in_memory_model(tiny_vit_dir, images) -> None:
     directory, model = tiny_vit_dir
     assert {"config.json", "model.safetensors"} <= set(os.listdir(directory))
     enc = mm_core.get_modality("vision").create_encoder(model=str(directory))
     assert enc.pretrained is True and enc.output_dim == 192 and enc.data_config["input_size"] == (3, 32, 32)
-    feats, mask = enc.encode(images, batch_size=2)
+    feats, mask = enc.encode(images, batch_size=2, precision="fp32")
     assert feats.shape == (3, 1 + 4, 192) and mask.all()  # cls + (32/16)^2 patches
     with torch.inference_mode():
         ref = model.forward_features(enc.preprocess(images)["pixel_values"])
@@ -103,14 +104,14 @@ def test_timm_weights_file_safetensors_and_plain_pickle(tiny_vit_dir, images, tm
         assert enc.pretrained
         with torch.inference_mode():
             ref = model.forward_features(enc.preprocess(images)["pixel_values"])
-        assert torch.allclose(enc.encode(images)[0], ref, atol=1e-5)
+        assert torch.allclose(enc.encode(images, precision="fp32")[0], ref, atol=1e-5)
 
 
 def test_timm_cnn_feature_maps_become_tokens(images) -> None:
     opts = {"model": "resnet10t", "pretrained": False, "input_size": 64, "crop_pct": 1.0}
     enc = mm_core.get_modality("vision").create_encoder(**opts)
     assert enc.data_config["input_size"] == (3, 64, 64)
-    feats, mask = enc.encode(images[:2])
+    feats, mask = enc.encode(images[:2], precision="fp32")
     with torch.inference_mode():
         fmap = enc.backbone.forward_features(enc.preprocess(images[:2])["pixel_values"])
     _b, c, h, w = fmap.shape
@@ -152,7 +153,7 @@ def test_vision_auto_uses_weights_from_the_local_hub_cache(tmp_path: Path, image
     assert enc.pretrained is True and enc.source == f"hf-cache:{hub_id}"
     with torch.inference_mode():
         ref = real.forward_features(enc.preprocess(images)["pixel_values"])
-    assert torch.allclose(enc.encode(images)[0], ref, atol=1e-5)
+    assert torch.allclose(enc.encode(images, precision="fp32")[0], ref, atol=1e-5)
 
 
 # ---------------------------------------------------------------- audio (transformers)
@@ -180,7 +181,7 @@ def test_wav2vec2_by_path_masks_real_frames_and_matches_model(tiny_wav2vec2_dir,
     directory, model = tiny_wav2vec2_dir
     enc = mm_core.get_modality("audio").create_encoder(model=str(directory))
     assert enc.pretrained is True and enc.output_dim == 32 and enc.pass_attention_mask
-    feats, mask = enc.encode(clips, batch_size=3)
+    feats, mask = enc.encode(clips, batch_size=3, precision="fp32")
     n16k = torch.tensor([len(audio.prepare_waveform(c)) for c in clips])
     frames = model._get_feat_extract_output_lengths(n16k)
     assert mask.sum(1).tolist() == frames.tolist()
@@ -264,7 +265,7 @@ def test_text_encoder_by_path_pads_dynamically_and_matches_model(tiny_bert_dir, 
     counts = [len(enc.tokenizer(t)["input_ids"]) for t in texts]
     assert batch["input_ids"].shape == (len(texts), max(counts))  # the longest item, never 512
     assert batch["attention_mask"].sum(1).tolist() == counts
-    feats, mask = enc.encode(texts, batch_size=2)
+    feats, mask = enc.encode(texts, batch_size=2, precision="fp32")
     assert mask.sum(1).tolist() == counts and feats.shape == (len(texts), max(counts), 32)
     with torch.inference_mode():
         ref = model(**enc.tokenizer(texts[:1], return_tensors="pt")).last_hidden_state[0]

@@ -71,7 +71,7 @@ def test_sensor_windows_are_cached_and_batch_like_the_encoder():
     rows = torch.tensor([2, 0, 3])
     with torch.no_grad():
         feats, mask = enc(**codec.collate(packed, rows))
-    ref, ref_mask = enc.encode([items[i] for i in rows.tolist()], batch_size=2)
+    ref, ref_mask = enc.encode([items[i] for i in rows.tolist()], batch_size=2, precision="fp32")
     assert torch.equal(mask[:, : ref_mask.shape[1]], ref_mask)
     torch.testing.assert_close(feats[:, : ref.shape[1]] * ref_mask[..., None], ref, atol=1e-5, rtol=1e-5)
     series = list(codec.series(packed, [2]))
@@ -94,7 +94,7 @@ def test_padded_inputs_of_a_transformers_encoder_batch_like_the_encoder():
     rows = torch.tensor([1, 2])
     with torch.no_grad():
         feats, mask = enc.eval()(**codec.collate(packed, rows))
-    ref, ref_mask = enc.encode([items[1], items[2]], batch_size=2)
+    ref, ref_mask = enc.encode([items[1], items[2]], batch_size=2, precision="fp32")
     assert torch.equal(mask, ref_mask)
     torch.testing.assert_close(feats * mask[..., None], ref, atol=1e-4, rtol=1e-4)
 

