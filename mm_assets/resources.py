@@ -20,9 +20,8 @@ class DeviceResource(dg.ConfigurableResource):
     num_workers: int = 0  # decode threads per encoding step (0: decode in the step thread)
 
     def resolved(self) -> tuple[torch.device, str]:
-        """Device and the precision encoders run at on it (``auto``: bf16 where the hardware has it)."""
         dev = resolve_device(self.device)
-        return dev, resolve_precision(self.precision, dev, inference=True)
+        return dev, resolve_precision(self.precision, dev)
 
     def describe(self) -> dict[str, str]:
         dev, prec = self.resolved()

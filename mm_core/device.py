@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from functools import cache
 
 import torch
 
@@ -18,29 +17,15 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(device)
 
 
-@cache
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), so bf16 autocast is faster than fp32.
+def resolve_precision(precision: str | None, device: torch.device) -> str:
+    """``"auto"`` -> bf16 on a GPU that supports it, fp32 otherwise.
 
-    On CPUs without it oneDNN emulates bf16 and is slower than fp32, so ``auto`` stays fp32 there.
-    """
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    try:
-        return torch.backends.mkldnn.is_available() and any(getattr(torch.cpu, c, lambda: False)() for c in checks)
-    except Exception:  # private probes may change between torch releases: fall back to fp32
-        return False
-
-
-def resolve_precision(precision: str | None, device: torch.device, *, inference: bool = False) -> str:
-    """``"auto"`` -> bf16 on a GPU that supports it; on a CPU, bf16 for ``inference`` where it has native bf16.
-
-    Training on a CPU stays fp32 under ``auto`` (exact, seed-reproducible gradients); name
-    ``bf16`` to train in it anyway. ``fp32`` always means full precision.
+    A CPU stays fp32 under ``auto``: bf16 autocast there was faster for MiniLM's forward on an
+    idle AVX512-BF16 CPU but slower than fp32 on a busy one (tests/benchmarks/RESULTS.md, case 1),
+    so it is opt-in: ``precision: bf16`` runs CPU autocast.
     """
     if precision in (None, "auto"):
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return "bf16"
-        if device.type == "cpu" and inference and cpu_has_native_bf16():
             return "bf16"
         return "fp32"
     if precision not in _DTYPES:

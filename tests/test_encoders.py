@@ -81,7 +81,7 @@ def tiny_vit_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.
     return directory, model
 
 
-# Comparisons against a reference forward pass run at fp32: ``auto`` is bf16 on CPUs with native bf16.
+# Comparisons against a reference forward pass pin fp32 (``auto`` would be bf16 on a GPU).
 def test_timm_vit_loads_by_path_and_matches_in_memory_model(tiny_vit_dir, images) -> None:
     directory, model = tiny_vit_dir
     assert {"config.json", "model.safetensors"} <= set(os.listdir(directory))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import mm_core
-from mm_core.device import autocast, cpu_has_native_bf16, resolve_device, resolve_precision
+from mm_core.device import autocast, resolve_device, resolve_precision
 from mm_core.registry import ModalitySpec, UnknownModalityError, get, register, unregister
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,10 +51,7 @@ def test_precision_and_device_resolution():
     cpu = torch.device("cpu")
     assert resolve_device("cpu") == cpu
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert resolve_precision("auto", cpu) == "fp32"  # training on a CPU stays exact
-    native = cpu_has_native_bf16()
-    assert resolve_precision("auto", cpu, inference=True) == ("bf16" if native else "fp32")
-    assert resolve_precision("fp32", cpu, inference=True) == "fp32"
+    assert resolve_precision("auto", cpu) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("int3", cpu)

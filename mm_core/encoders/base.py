@@ -70,7 +70,7 @@ class ModalityEncoder(nn.Module, ABC):
         returned in input order.
         """
         dev = resolve_device(device) if device is not None else next(self.parameters()).device
-        prec = resolve_precision(precision, dev, inference=True)
+        prec = resolve_precision(precision, dev)
         if next(self.parameters()).device != dev:
             self.to(dev)
         self.eval()
