@@ -26,21 +26,15 @@ from tests.dagster_helpers import sensor_text_build, small_build
 TRAINING = {"enabled": True, "epochs": 3, "batch_size": 12, "lr": 0.002}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is far faster than two contending."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _prepare(cfg) -> None:
     for sid in ingest(cfg):
         score_shard(cfg, sid)
         filter_shard(cfg, sid)
         for m in cfg.modalities:
             encode_shard(cfg, sid, m)
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

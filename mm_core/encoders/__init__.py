@@ -16,6 +16,7 @@ _EXPORTS = {
     "HFAudioEncoder": "mm_core.encoders.hf_audio",
     "HFTextEncoder": "mm_core.encoders.hf_text",
     "SensorEncoder": "mm_core.encoders.sensor_net",
+    "LogMelEncoder": "mm_core.encoders.mel_net",
     "load_state_dict_file": "mm_core.encoders.weights",
     "save_state_dict": "mm_core.encoders.weights",
     "resolve_hf_model": "mm_core.encoders.weights",

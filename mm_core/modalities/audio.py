@@ -150,7 +150,20 @@ def pad_waveforms(waves: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tens
 
 
 def create_encoder(**options: Any) -> ModalityEncoder:
-    """Factory for the registry (imports transformers only when an encoder is built)."""
+    """Factory for the registry (imports transformers only when an encoder is built).
+
+    ``model: logmel_cnn_gru`` / ``logmel_cnn_lstm``, or a checkpoint file saved by
+    ``LogMelEncoder``, give the trainable log-mel encoder; anything else a transformers model.
+    """
+    from mm_core.encoders.mel_net import MODEL_NAMES, is_logmel_checkpoint
+
+    model, weights = options.get("model"), options.get("weights")
+    if model in MODEL_NAMES or any(p is not None and is_logmel_checkpoint(p) for p in (model, weights)):
+        from mm_core.encoders.mel_net import LogMelEncoder
+
+        if weights is not None and model not in MODEL_NAMES and not is_logmel_checkpoint(model or ""):
+            options = {k: v for k, v in options.items() if k != "model"}  # the registry's default name
+        return LogMelEncoder(**options)
     from mm_core.encoders.hf_audio import HFAudioEncoder
 
     return HFAudioEncoder(**options)
